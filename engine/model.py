@@ -127,7 +127,8 @@ class GPT:
         if n == 1:  # decode step: add two row views, no index array
             np.add(self.wte[ids[0]], self.wpe[start], out=x[0])
             return x
-        tok = np.take(self.wte, ids, axis=0, out=ws.take("emb", (n, c)))
+        # mode="clip": ids are validated already, and "raise" would buffer `out` (a hidden copy).
+        tok = np.take(self.wte, ids, axis=0, out=ws.take("emb", (n, c)), mode="clip")
         return np.add(tok, self.wpe[start:start + n], out=x)
 
     def _qkv(self, h, b: Block, i: int, start: int):

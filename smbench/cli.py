@@ -1,0 +1,144 @@
+"""The `smbench` command line: run, compare, history (and more as they land)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+
+from engine import EngineError, all_flag_sets
+
+from .console import console, err_console, print_run
+from .errors import UserError
+
+
+class Cli(click.Group):
+    """Turns user mistakes into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (UserError, EngineError) as exc:
+            err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+
+
+@click.group(cls=Cli)
+@click.version_option(package_name="smbench")
+def main() -> None:
+    """Profiling-first benchmarks for a NumPy GPT-2: run, compare, history."""
+
+
+def _flag_sets(workload, flags: str | None, flag_sets: str | None, ablation: bool) -> list[str]:
+    if ablation:
+        return [str(f) for f in all_flag_sets()]
+    if flag_sets:
+        return [s.strip() for s in flag_sets.split(";") if s.strip()]
+    if flags is not None:
+        return [flags]
+    return list(workload.flag_sets)
+
+
+def execute_run(workload, sets: list[str], quiet: bool = False) -> dict:
+    """Run a workload with progress bars and return its record (not yet saved)."""
+    from .metrics import build_results
+    from .record import make_record
+    from .runner import Runner, units_of_work
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
+        runner_sets = sets
+        task = progress.add_task(f"{workload.name}: loading model", total=None)
+        runner = Runner(workload, runner_sets,
+                        progress=lambda label: progress.update(task, advance=1, description=label))
+        progress.update(task, total=units_of_work(workload, len(runner.flag_sets)),
+                        description=f"{workload.name}: starting")
+        wr = runner.run()
+    wl = workload.to_dict()
+    wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
+    return make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s)
+
+
+@main.command()
+@click.option("--workload", "-w", "workload_name", default=None, help="Workload name in profiles/ or a .toml path.")
+@click.option("--flags", default=None, help='One flag set to compare against naive, e.g. "kv,pool".')
+@click.option("--flag-sets", default=None, help='Several flag sets separated by ";", e.g. "kv;kv,pool".')
+@click.option("--ablation", is_flag=True, help="Run all 16 combinations of pool, kv, fused, fastgelu.")
+@click.option("--tokens", type=click.IntRange(1), default=None, help="New tokens per generation.")
+@click.option("--repeats", type=click.IntRange(1), default=None, help="Timed repeats per flag set.")
+@click.option("--warmup", type=click.IntRange(0), default=None, help="Warmup generations per flag set.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Runs directory (default profiles/runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON on stdout.")
+def run(workload_name, flags, flag_sets, ablation, tokens, repeats, warmup, out, as_json):
+    """Run a workload: naive against flag sets, with per-stage time and allocations."""
+    from .store import DEFAULT_ROOT, Store
+    from .workloads import load_workload
+
+    workload = load_workload(workload_name).with_(new_tokens=tokens, repeats=repeats, warmup=warmup)
+    record = execute_run(workload, _flag_sets(workload, flags, flag_sets, ablation), quiet=as_json)
+    path = Store(out or DEFAULT_ROOT).save(record)
+    if as_json:
+        click.echo(json.dumps(record, indent=1))
+    else:
+        print_run(record, path)
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Runs directory (default profiles/runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(run_a, run_b, out, as_json):
+    """Compare two runs (ids or record paths) metric by metric, with significance."""
+    from .compare import compare_records, compare_table
+    from .store import DEFAULT_ROOT, Store
+
+    store = Store(out or DEFAULT_ROOT)
+    a, b = store.load(run_a), store.load(run_b)
+    rows = compare_records(a, b)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        console.print(compare_table(a, b, rows))
+
+
+@main.command()
+@click.option("--workload", "-w", default=None, help="Only runs of this workload.")
+@click.option("--flags", default=None, help="Only runs that include this flag set.")
+@click.option("--commit", default=None, help="Only runs at this git commit (prefix).")
+@click.option("--limit", type=click.IntRange(1), default=50)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Runs directory (default profiles/runs).")
+def history(workload, flags, commit, limit, out):
+    """List stored runs, newest first."""
+    from rich.table import Table
+
+    from engine import OptFlags
+
+    from .store import DEFAULT_ROOT, Store
+
+    store = Store(out or DEFAULT_ROOT)
+    canonical = str(OptFlags.parse(flags)) if flags else None
+    rows = store.history(workload=workload, flags=canonical, commit=commit, limit=limit)
+    for warning in store.warnings:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    table = Table(title=f"{len(rows)} runs in {store.root}", title_justify="left")
+    for col in ("run id", "created", "kind", "workload", "flag sets", "commit", "best", "best tok/s",
+                "naive tok/s"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.run_id, r.created or "-", r.kind or "-", r.workload or "-", r.flags,
+                      (r.git_commit or "-")[:10], r.best_flags or "-",
+                      f"{r.best_tokens_per_s:,.0f}" if r.best_tokens_per_s else "-",
+                      f"{r.naive_tokens_per_s:,.0f}" if r.naive_tokens_per_s else "-")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
