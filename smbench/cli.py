@@ -50,7 +50,10 @@ def execute_run(workload, sets: list[str], quiet: bool = False) -> dict:
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
+    # Off when stderr is not a terminal: there a transient bar leaves only a stray blank line,
+    # which would precede the one-line "error:" message of a failed run.
+    with Progress(*columns, console=err_console, transient=True,
+                  disable=quiet or not err_console.is_terminal) as progress:
         runner_sets = sets
         task = progress.add_task(f"{workload.name}: loading model", total=None)
         runner = Runner(workload, runner_sets,

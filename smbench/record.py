@@ -58,8 +58,11 @@ def validate_record(obj, source: str) -> dict:
     missing = [k for k in REQUIRED if k not in obj]
     if missing:
         raise RecordError(f"{source}: record is missing {missing[0]!r}; the file is truncated or edited")
+    if not isinstance(obj["workload"], dict):
+        raise RecordError(f"{source}: record 'workload' is malformed; the file is truncated or edited")
     if not isinstance(obj["results"], list) or not all(
-            isinstance(r, dict) and "flags" in r and "metrics" in r for r in obj["results"]):
+            isinstance(r, dict) and isinstance(r.get("flags"), str) and isinstance(r.get("metrics"), dict)
+            for r in obj["results"]):
         raise RecordError(f"{source}: record 'results' is malformed; the file is truncated or edited")
     return obj
 

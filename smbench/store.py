@@ -61,6 +61,7 @@ class Store:
     def __init__(self, root: Path | str = DEFAULT_ROOT):
         self.root = Path(root)
         self.warnings: list[str] = []
+        self._checked = False  # the index passed an integrity check in this process
 
     # ---- records ----------------------------------------------------------------
     def save(self, record: dict) -> Path:
@@ -79,6 +80,9 @@ class Store:
             return path
         if path.is_dir() and (path / RECORD_FILE).is_file():
             return path / RECORD_FILE
+        if path.is_absolute() or len(path.parts) > 1 or path.suffix == ".json":
+            raise RecordError(f"{ref}: no such record file or run directory; give a run id from "
+                              "`smbench history` or a path to a record.json")
         direct = self.root / ref / RECORD_FILE
         if direct.is_file():
             return direct
@@ -98,16 +102,29 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         db_path = self.root / INDEX_FILE
         try:
-            conn = sqlite3.connect(db_path)
-            conn.executescript(_SCHEMA_SQL)
-            return conn
+            return self._open_checked(db_path)
         except sqlite3.DatabaseError as exc:
-            aside = db_path.with_name(f"{INDEX_FILE}.corrupt-{int(time.time())}")
+            aside = db_path.with_name(f"{INDEX_FILE}.corrupt-{time.time_ns()}")
             os.replace(db_path, aside)
             self.warnings.append(f"{db_path}: unreadable index ({exc}); moved to {aside.name} and rebuilt")
             conn = sqlite3.connect(db_path)
             conn.executescript(_SCHEMA_SQL)
             return conn
+
+    def _open_checked(self, db_path: Path) -> sqlite3.Connection:
+        """Open the index; raise DatabaseError if it is corrupt anywhere, not only in its header."""
+        conn = sqlite3.connect(db_path)
+        try:
+            conn.executescript(_SCHEMA_SQL)
+            if not self._checked:
+                check = conn.execute("PRAGMA quick_check").fetchone()
+                if not check or check[0] != "ok":
+                    raise sqlite3.DatabaseError(f"integrity check failed: {check[0] if check else '?'}")
+                self._checked = True
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
 
     def _index_one(self, record: dict, path: Path) -> None:
         with self._connect() as conn:

@@ -26,6 +26,14 @@ _WORKLOAD_KEYS = {
     "flag_sets": (list, False), "keep_fraction": (float, False),
 }
 _SAMPLING_KEYS = {"temperature": (float, False), "top_k": (int, False), "top_p": (float, False)}
+# Numeric per-flag-set metrics a [targets] entry may name (see metrics.flag_set_metrics).
+TARGET_METRICS = (
+    "tokens_per_s", "decode_tokens_per_s", "ttft_ms", "ms_per_token", "ms_per_token_slope_us_per_position",
+    "alloc_bytes_per_token", "alloc_calls_per_token", "alloc_bytes_per_decode_step",
+    "alloc_bytes_per_session", "alloc_calls_per_session", "prefill_alloc_bytes", "cold_alloc_bytes",
+    "cold_alloc_calls", "gc_per_100_tokens", "kv_hit_rate", "model_mb", "kv_cache_mb",
+    "kv_cache_pct_of_model", "workspace_mb", "peak_rss_mb", "probe_overhead",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ def _check_section(path: str, section: str, data: dict, spec: dict) -> None:
 def _parse_targets(path: str, data: dict) -> tuple[Target, ...]:
     targets = []
     for metric, spec in data.items():
+        if metric not in TARGET_METRICS:
+            raise UserError(f"{path}: unknown metric [targets] {metric!r}; valid metrics: {', '.join(TARGET_METRICS)}")
         match = _TARGET_RE.match(spec) if isinstance(spec, str) else None
         if not match:
             raise UserError(f"{path}: [targets] {metric} = {spec!r} is not a target; "
