@@ -143,5 +143,10 @@ def history(workload, flags, commit, limit, out):
     console.print(table)
 
 
+from .profile_cmd import profile  # noqa: E402
+
+main.add_command(profile)
+
+
 if __name__ == "__main__":
     main()
