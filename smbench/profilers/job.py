@@ -33,6 +33,7 @@ class ProfileJob:
 class Prepared:
     decode: Callable[[], list[int]]  # the decode loop to profile; returns the new token ids
     prompt_ids: list[int]
+    model: object  # the engine.Model, e.g. to attach a probe
 
 
 def prepare(job: ProfileJob) -> Prepared:
@@ -51,4 +52,4 @@ def prepare(job: ProfileJob) -> Prepared:
 
     for _ in range(job.warmup):
         decode()
-    return Prepared(decode, prompt)
+    return Prepared(decode, prompt, model)
