@@ -78,7 +78,9 @@ def execute_run(workload, sets: list[str], quiet: bool = False) -> dict:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Runs directory (default profiles/runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON on stdout.")
-def run(workload_name, flags, flag_sets, ablation, tokens, repeats, warmup, out, as_json):
+@click.option("--report", "report_to", is_flag=False, flag_value="", default=None, metavar="[PATH]",
+              help="Also write a report (PATH.md + PATH.html; default reports/<run-id>).")
+def run(workload_name, flags, flag_sets, ablation, tokens, repeats, warmup, out, as_json, report_to):
     """Run a workload: naive against flag sets, with per-stage time and allocations."""
     from .store import DEFAULT_ROOT, Store
     from .workloads import load_workload
@@ -90,6 +92,11 @@ def run(workload_name, flags, flag_sets, ablation, tokens, repeats, warmup, out,
         click.echo(json.dumps(record, indent=1))
     else:
         print_run(record, path)
+    if report_to is not None:
+        from .report import write_report
+
+        written = write_report([str(path)], Store(out or DEFAULT_ROOT), report_to or f"reports/{record['run_id']}")
+        (err_console if as_json else console).print("report: " + ", ".join(map(str, written)))
 
 
 @main.command()
@@ -147,6 +154,55 @@ def history(workload, flags, commit, limit, out):
 from .profile_cmd import profile  # noqa: E402
 
 main.add_command(profile)
+
+
+@main.command()
+@click.option("--model", default="seed", show_default=True, help="Model preset whose shapes the matmuls use.")
+@click.option("--quick", is_flag=True, help="Tiny sizes and few repeats (seconds; for tests).")
+@click.option("--only", default=None, help="Only kernels whose name contains this, e.g. gelu.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Runs directory (default profiles/runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the kernels record as JSON.")
+def kernels(model, quick, only, out, as_json):
+    """Micro-benchmark the engine's ops (naive, pooled, fused) against measured machine limits."""
+    from engine import ConfigError
+
+    from .kernels import count_kernels, kernels_table, run_kernels
+    from .store import DEFAULT_ROOT, Store
+
+    try:
+        total = count_kernels(model, quick, only) + 1
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("kernels", total=total)
+        record = run_kernels(model, quick, only,
+                             progress=lambda label: progress.update(task, advance=1, description=label))
+    path = Store(out or DEFAULT_ROOT).save(record)
+    if as_json:
+        click.echo(json.dumps(record, indent=1))
+    else:
+        console.print(kernels_table(record))
+        console.print(f"record: {path}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True)
+@click.option("-o", "--output", default=None, help="Output base path: writes PATH.md and PATH.html "
+                                                   "(default reports/<first run id>).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Runs directory (default profiles/runs).")
+def report(runs, output, out):
+    """Write a markdown + HTML report from run records (plus kernels/profile records if given)."""
+    from .report import write_report
+    from .store import DEFAULT_ROOT, Store
+
+    store = Store(out or DEFAULT_ROOT)
+    if output is None:
+        output = f"reports/{store.load(runs[0])['run_id']}"
+    for path in write_report(list(runs), store, output):
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":
