@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
-from .tokenizer import load_tokenizer
+from .tokenizer import has_bpe_files, load_tokenizer
 from .weights import Weights, normalize_names, read_safetensors, validate, write_json, write_safetensors
 
 CONFIG_FILE = "config.json"
@@ -90,7 +90,9 @@ def load_checkpoint(path: Path):
         tok_dir = path
     else:
         cfg = _config_for_file(path)
-        weights_path, tok_dir = path, None
+        # An HF-style file beside its config.json: use the BPE files beside it too.
+        weights_path = path
+        tok_dir = path.parent if cfg.tokenizer == "bpe" and has_bpe_files(path.parent) else None
     weights = validate(normalize_names(read_safetensors(weights_path), str(weights_path)), cfg, str(weights_path))
     tokenizer = load_tokenizer(cfg.tokenizer, tok_dir)
     if tokenizer.vocab_size > cfg.vocab_size:

@@ -17,8 +17,8 @@ from .workspace import Workspace
 INV_SQRT2 = 1.0 / math.sqrt(2.0)
 TANH_C = math.sqrt(2.0 / math.pi)
 FAST_GELU_K = 1.702
-# max |x*sigmoid(1.702x) - exact_gelu(x)| over all float32 x (attained near |x| = 2.4);
-# checked in tests/test_ops.py.
+# max |x*sigmoid(1.702x) - exact_gelu(x)| over all float32 x (0.02034, attained near |x| = 2.27);
+# checked in tests/test_engine_ops.py.
 FAST_GELU_MAX_ABS_ERROR = 0.0205
 
 
