@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -35,3 +36,7 @@ def profile(which, workload_name, flags, tokens, out, as_json):
         click.echo(json.dumps(record, indent=1))
     else:
         print_profile(console, record, path)
+    for failure in record["profile_errors"]:  # the others' results are kept and printed above
+        err_console.print(f"error: {failure['error']}", markup=False, highlight=False, soft_wrap=True)
+    if record["profile_errors"]:
+        sys.exit(1)

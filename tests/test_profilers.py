@@ -16,16 +16,19 @@ from click.testing import CliRunner
 from rich.console import Console
 
 import smbench.profilers as profilers
+import smbench.profilers.session as session
 from engine.probe import STAGES
 from smbench.cli import main
 from smbench.probes import StageProbe
 from smbench.profilers.job import ProfileJob, prepare
 from smbench.profilers.render import print_profile
-from smbench.profilers.stages import ENGINE_DIR, UNATTRIBUTED, StageMap
+from smbench.profilers.stages import ENGINE_DIR, NO_STAGE_FRAME, UNATTRIBUTED, StageMap
 from smbench.profilers.transforms import (allocations_by, parse_frame, top_cpu_lines, top_memory_lines,
                                           top_self_time)
 from smbench.profilers.worker import ProfilerFailed, run_worker
 from smbench.record import load_record
+from smbench.store import Store
+from smbench.workloads import load_workload
 
 WORKLOAD, TOKENS = "seed", 5
 # memray's NumPy-data bytes per stage against the harness's StageProbe, for every stage
@@ -88,7 +91,7 @@ def test_stage_map_takes_the_first_edge_at_or_after_the_line():
     assert stage(3) == UNATTRIBUTED  # before step_begin: the harness counts nothing there
     assert stage(10) == UNATTRIBUTED  # after step_end
     assert stage(13, 7) == "second"  # helper has no edges: its caller's line decides
-    assert smap.stage_of([("g", "/elsewhere.py", 1)]) == UNATTRIBUTED
+    assert smap.stage_of([("g", "/elsewhere.py", 1)]) == NO_STAGE_FRAME
 
 
 def test_stage_map_reads_every_stage_from_the_engine_source():
@@ -149,6 +152,21 @@ def test_a_missing_profiler_is_one_line_with_the_install_command(monkeypatch, tm
 def test_a_failing_worker_is_reported_with_its_stderr(tmp_path):
     with pytest.raises(ProfilerFailed, match="nosuch worker failed"):
         run_worker(ProfileJob("nosuch", WORKLOAD, "none", 1, str(tmp_path)))
+
+
+def test_one_failing_profiler_keeps_the_others(monkeypatch, tmp_path):
+    def fake_worker(job):
+        if job.profiler == "scalene":
+            raise ProfilerFailed("scalene worker failed (exit 1): no samples")
+        return {"profiler": job.profiler, "artifacts": {}, "data": {}, "prompt_ids": [1], "generated": [2]}
+
+    monkeypatch.setattr(session, "run_worker", fake_worker)
+    workload = load_workload(WORKLOAD).with_(new_tokens=1)
+    record, path = session.profile_workload(workload, "", ["memray", "scalene"], Store(tmp_path))
+    assert [p["profiler"] for p in load_record(path)["profiles"]] == ["memray"]
+    assert record["profile_errors"] == [{"profiler": "scalene", "error": "scalene worker failed (exit 1): no samples"}]
+    with pytest.raises(ProfilerFailed, match="no samples"):
+        session.profile_workload(workload, "", ["scalene"], Store(tmp_path))
 
 
 # ---- real runs ---------------------------------------------------------------------------

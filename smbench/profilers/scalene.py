@@ -60,7 +60,8 @@ def collect(job: ProfileJob) -> ProfileSummary:
     tokens = json.loads(tokens_file.read_text())
     tokens_file.unlink()
     if not paths["json"].is_file() or paths["json"].stat().st_size < 8:
-        sys.exit("scalene recorded no samples; profile more tokens (--tokens)")
+        sys.exit("scalene recorded no samples: the profiled call was too short for its 1 ms sampling; "
+                 "profile more tokens (--tokens)")
     run_tool([sys.executable, "-m", "scalene", "view", "--standalone", paths["json"].name], cwd=paths["json"].parent)
     (paths["json"].parent / "scalene-profile.html").replace(paths["html"])
     profile = json.loads(paths["json"].read_text())

@@ -23,7 +23,9 @@ import engine
 ENGINE_DIR = Path(engine.__file__).resolve().parent
 ENGINE_FILES = ("model.py", "generate.py")  # the modules that call the probe
 STEP_EDGES = ("step_begin", "step_end")
-UNATTRIBUTED = "(outside stages)"
+UNATTRIBUTED = "(outside stages)"  # in the decode loop's code, but between a step's end and the next
+NO_STAGE_FRAME = "(no stage frame)"  # no model.py/generate.py frame on the stack (e.g. a stack
+                                     # truncated at a numba kernel, or code outside the loop)
 
 
 @dataclass
@@ -95,14 +97,16 @@ class StageMap:
 
     def stage_of(self, stack) -> str:
         """Stage of a stack of (function, filename, line), innermost first."""
+        seen = False
         for _, filename, line in stack:
             fn = self.function_at(filename, line)
             if fn is None:
                 continue
+            seen = True
             found, stage = fn.stage_at(line)
             if found:
                 return stage or UNATTRIBUTED
-        return UNATTRIBUTED
+        return UNATTRIBUTED if seen else NO_STAGE_FRAME
 
     def edges(self) -> dict[str, list[str]]:
         """Function name -> stages it closes, for display and tests."""

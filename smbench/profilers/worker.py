@@ -43,9 +43,14 @@ def run_worker(job: ProfileJob) -> dict:
 
 def serve(collect: Collector) -> None:
     """Worker entry point: `python -m smbench.profilers.<name> '<job json>'`."""
+    from engine import EngineError
+
     job = ProfileJob.from_json(sys.argv[1])
     t0 = time.perf_counter()
-    summary = collect(job)
+    try:
+        summary = collect(job)
+    except (UserError, EngineError) as exc:  # one line for the parent's message, not a traceback
+        sys.exit(str(exc))
     summary.wall_s = time.perf_counter() - t0
     summary_path(job).write_text(json.dumps(asdict(summary), indent=1) + "\n")
 
