@@ -491,12 +491,16 @@ def _scalar(v) -> bool:
 
 
 def _cell(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return "-" if v is None else str(v).lower()
+    if isinstance(v, int):
+        return f"{v:,}"
     if isinstance(v, float):
         return f"{v:,.4g}"
-    return "-" if v is None else str(v)
+    return str(v)
 
 
-def _table_of(title: str, items: list, limit: int = 12):
+def _table_of(title: str, items: list, limit: int = 8):
     dicts = [d for d in items if isinstance(d, dict)][:limit]
     if not dicts:
         return None
@@ -506,35 +510,37 @@ def _table_of(title: str, items: list, limit: int = 12):
     return (title, cols, [[_cell(d.get(c)) for c in cols] for d in dicts])
 
 
-HIGHLIGHT_KEYS = ("highlights", "summary", "hotspots", "top", "top_functions", "top_allocations", "stages")
+def _facts_and_tables(obj: dict) -> tuple[list, list]:
+    facts = [(k, _cell(v)) for k, v in obj.items() if _scalar(v)]
+    tables = [t for k, v in obj.items() if isinstance(v, list) for t in [_table_of(k, v)] if t]
+    return facts, tables
 
 
-def profile_info(record: dict, artifacts: list[Artifact]) -> ProfileInfo:
-    """Whatever a kind "profile" record holds, shown defensively: facts, lists of rows, artifacts."""
-    wl = record.get("workload") or {}
-    facts = [(k, _cell(record[k])) for k in ("profiler", "tool", "created") if _scalar(record.get(k))
-             and record.get(k) is not None]
-    tables = []
-
-    def collect(prefix: str, obj: dict) -> None:
-        for key in HIGHLIGHT_KEYS:
-            val = obj.get(key)
-            if isinstance(val, list):
-                t = _table_of(f"{prefix}{key}", val)
-                if t:
-                    tables.append(t)
-            elif isinstance(val, dict):
-                facts.extend((f"{prefix}{key}.{k}", _cell(v)) for k, v in list(val.items())[:12] if _scalar(v))
-
-    collect("", record)
-    for r in record.get("results") or []:
-        if isinstance(r, dict):
-            collect(f"{r.get('flags', '?')}: ", r)
-            for k, v in list((r.get("metrics") or {}).items())[:10]:
-                if _scalar(v):
-                    facts.append((f"{r.get('flags', '?')}: {k}", _cell(v)))
-    title = f"{record.get('run_id', '?')} — {wl.get('name', '')}"
-    return ProfileInfo(record.get("run_id", "?"), title, facts[:30], tables[:6], artifacts)
+def profile_infos(record: dict, files: list[Artifact]) -> list[ProfileInfo]:
+    """One block per profiler summary of a kind "profile" record (smbench profile), defensively:
+    scalar fields become facts, lists of rows become tables, artifacts link to the files."""
+    flags = ", ".join(record.get("flag_sets") or []) or "?"
+    run_id = record.get("run_id", "?")
+    out = []
+    for summary in record.get("profiles") or []:
+        if not isinstance(summary, dict):
+            continue
+        data = summary.get("data") if isinstance(summary.get("data"), dict) else {}
+        facts, tables = _facts_and_tables(data)
+        named = summary.get("artifacts") if isinstance(summary.get("artifacts"), dict) else {}
+        by_file = {v: k for k, v in named.items()}
+        arts = [Artifact(f"{by_file[a.name]}: {a.name}", a.href, a.bytes) for a in files if a.name in by_file]
+        title = f"{summary.get('profiler', '?')} {summary.get('version', '')} — flags {flags} — record {run_id}"
+        out.append(ProfileInfo(run_id, title, facts[:16], tables[:6], arts))
+    for err in record.get("profile_errors") or []:
+        if isinstance(err, dict):
+            out.append(ProfileInfo(run_id, f"{err.get('profiler', '?')} failed — record {run_id}",
+                                   [("error", _cell(err.get("error")))], [], []))
+    if not out:  # an unknown layout: show what is there
+        facts, tables = _facts_and_tables(record)
+        out.append(ProfileInfo(run_id, f"record {run_id}", [f for f in facts if f[0] not in ("schema",)][:16],
+                               tables[:6], files))
+    return out
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..record import RecordError, load_record
 from ..store import RECORD_FILE, Store
-from .data import Artifact, ProfileInfo, profile_info
+from .data import Artifact, ProfileInfo, profile_infos as infos_of
 
 MAX_ARTIFACTS = 30
 MAX_PROFILES = 3
@@ -113,4 +113,4 @@ def artifacts(run_dir: Path, out_dir: Path) -> list[Artifact]:
 
 
 def profile_infos(src: Sources, out_dir: Path) -> list[ProfileInfo]:
-    return [profile_info(p.record, artifacts(p.path.parent, out_dir)) for p in src.profiles]
+    return [info for p in src.profiles for info in infos_of(p.record, artifacts(p.path.parent, out_dir))]
