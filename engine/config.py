@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from .errors import ConfigError
 
 ACTIVATIONS = ("gelu", "gelu_new")  # exact erf form, tanh form (HF names)
+TOKENIZERS = ("char", "byte", "bpe")
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,11 @@ class ModelConfig:
             raise ConfigError(
                 f"config activation {self.activation!r} is not supported; use one of {', '.join(ACTIVATIONS)}"
             )
-        if not self.layer_norm_epsilon > 0:
-            raise ConfigError(f"config layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"config tokenizer {self.tokenizer!r} is not known; use one of {', '.join(TOKENIZERS)}")
+        eps = self.layer_norm_epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ConfigError(f"config layer_norm_epsilon must be a number > 0, got {self.layer_norm_epsilon!r}")
 
     @property
     def head_dim(self) -> int:

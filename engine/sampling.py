@@ -15,11 +15,14 @@ class SamplingParams:
     top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):
+        if isinstance(self.temperature, bool) or not (isinstance(self.temperature, (int, float))
+                                                      and self.temperature >= 0):
             raise InputError(f"temperature must be a number >= 0 (0 = greedy), got {self.temperature!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+                                       or self.top_k < 1):
             raise InputError(f"top_k must be a positive integer or None, got {self.top_k!r}")
-        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+        if self.top_p is not None and (isinstance(self.top_p, bool) or not (
+                isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1)):
             raise InputError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
 
     @property

@@ -7,6 +7,7 @@ from pathlib import Path
 from .errors import TokenizerError
 
 # The 65 characters of Tiny Shakespeare, the analysed model's vocabulary.
+EOS = "<|endoftext|>"
 SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -78,6 +79,8 @@ class BPETokenizer:
                                  "provide tokenizer.json or vocab.json + merges.txt") from None
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
+        if EOS in tok.get_vocab():  # GPT-2's one special token; tokenizer.json records it itself
+            tok.add_special_tokens([EOS])
         return cls(tok, directory)
 
     @property
