@@ -215,7 +215,7 @@ def test_scalene_summary_has_engine_lines_by_cpu_and_memory(profiled):
     assert set(s["artifacts"]) == {"json", "html", "driver"}
     assert json.loads((run_dir / s["artifacts"]["json"]).read_text())["files"]
     data = s["data"]
-    assert data["top_cpu"] and all(r["file"].startswith(("engine/", "smbench/")) for r in data["top_cpu"])
+    assert any(r["file"].startswith("engine/") for r in data["top_cpu"])
     assert any(r["file"].startswith("engine/") for r in data["top_memory"])
 
 

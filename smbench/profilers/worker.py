@@ -38,7 +38,9 @@ def run_worker(job: ProfileJob) -> dict:
     if proc.returncode != 0 or not out.is_file():
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
         raise ProfilerFailed(f"{job.profiler} worker failed (exit {proc.returncode}): {tail or 'no output'}")
-    return json.loads(out.read_text())
+    summary = json.loads(out.read_text())
+    out.unlink()  # the record keeps it
+    return summary
 
 
 def serve(collect: Collector) -> None:
