@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -646,6 +647,6 @@ def build(run: dict, others: list[dict], kernels: dict | None, kernels_origin: s
         conditions=conditions(run, others, ks),
         charts=chart_data(run),
         commands={"kernels": "smbench kernels",
-                  "ablation": f"smbench run -w {wl.get('name')} --ablation",
-                  "profile": f"smbench profile -w {wl.get('name')}"},
+                  "ablation": f"smbench run -w {shlex.quote(str(wl.get('name')))} --ablation",
+                  "profile": f"smbench profile --with all -w {shlex.quote(str(wl.get('name')))}"},
     )

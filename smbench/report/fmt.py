@@ -73,7 +73,13 @@ def md(text) -> str:
     return s
 
 
-FILTERS = {"num": num, "sig": sig, "pct": pct, "times": times, "bytes": human_bytes, "mb": mb,
+def mdcode(text) -> str:
+    """A command as a markdown code span, or escaped plain text when a code span could not hold it."""
+    s = "" if text is None else str(text)
+    return f"`{s}`" if md(s) == s else md(s)
+
+
+FILTERS = {"mdcode": mdcode, "num": num, "sig": sig, "pct": pct, "times": times, "bytes": human_bytes, "mb": mb,
            "dur": duration_us, "md": md}
 
 
