@@ -20,8 +20,10 @@ from .data import Ablation, ChartData  # noqa: E402
 
 RC = {"svg.fonttype": "path", "svg.hashsalt": "smbench", "font.size": 9, "axes.spines.top": False,
       "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3}
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac", "#1f77b4", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#d62728"]
+# tab20's pairs split apart (dark shades first) so neighbouring stages differ clearly.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+           "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39"]
 _ID = re.compile(r'id="([^"]+)"')
 
 
@@ -46,6 +48,15 @@ def to_svg(fig, prefix: str) -> str:
     return svg.strip()
 
 
+def _plain_log(axis, suffix: str = "") -> None:
+    """Log-scale tick labels as plain numbers (0.2, 1, 5) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{suffix}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def _colors(names) -> dict[str, str]:
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
 
@@ -62,6 +73,7 @@ def ms_per_token_chart(data: ChartData) -> str | None:
             ax.plot([p for p, _ in curve], [ms for _, ms in curve], label=label(flags), color=colors[flags],
                     linewidth=2.2 if emphasis else 1.0, alpha=1.0 if emphasis else 0.7)
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
         ax.set_xlabel("position (tokens in context)")
         ax.set_ylabel("ms per decode step (median, log)")
         ax.set_title("ms/token vs position: naive recomputes the window, kv computes one position")
@@ -116,6 +128,7 @@ def ablation_chart(abl: Ablation) -> str | None:
         ax.barh(range(len(names)), med, xerr=[lo, hi], color="#4e79a7", ecolor="#555", capsize=2)
         ax.set_yticks(range(len(names)), names)
         ax.set_xscale("log")
+        _plain_log(ax.xaxis, "x")
         ax.axvline(1.0, color="#e15759", linewidth=1)
         ax.set_xlabel("tokens/s vs naive (median; bars: min–max over repeats), log")
         ax.set_title("speedup by flag set")
@@ -128,6 +141,7 @@ def ablation_chart(abl: Ablation) -> str | None:
             ax2.barh(range(len(flags)), geo, xerr=[lo, hi], color="#59a14f", ecolor="#555", capsize=3)
             ax2.set_yticks(range(len(flags)), flags)
             ax2.set_xscale("log")
+            _plain_log(ax2.xaxis, "x")
             ax2.axvline(1.0, color="#e15759", linewidth=1)
             ax2.set_xlabel("marginal gain: geometric mean over the other flags (bars: min–max), log")
             ax2.set_title("each flag's marginal gain")

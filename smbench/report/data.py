@@ -125,7 +125,12 @@ def executive_summary(record: dict) -> Summary:
     else:
         what = " removes it"
     b_top, b_row = next(iter(b_stages.items())) if b_stages else (None, None)
-    tail = (f", and its largest stage is now {b_top} ({100 * b_row['share']:.1f}%)." if b_top else ".")
+    if b_top is None:
+        tail = "."
+    elif b_top == target:
+        tail = f", yet it is still that set's largest stage ({100 * b_row['share']:.1f}%)."
+    else:
+        tail = f", and its largest stage is now {b_top} ({100 * b_row['share']:.1f}%)."
     s.sentence = head + lead + what + tail
     return s
 
