@@ -120,6 +120,7 @@ def cache_sizes() -> dict[str, int]:
 
 
 def measure_limits(sizes: Sizes) -> dict:
+    load_start = os.getloadavg()[0]
     n = sizes.stream
     src = np.ones(n, F32)
     dst = np.zeros(n, F32)
@@ -146,6 +147,9 @@ def measure_limits(sizes: Sizes) -> dict:
         "sgemm_n": m,
         "caches": caches,
         "threads": os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default",
+        # Other processes on the machine: a busy core makes multi-threaded BLAS calls wait for it.
+        "loadavg_1m_start": load_start,
+        "cores": os.cpu_count(),
     }
 
 
@@ -366,6 +370,7 @@ def run_kernels(model: str = "seed", quick: bool = False, only: str | None = Non
             continue
         progress(f"{k.name} ({k.variant})")
         rows.append(kernel_row(k, time_calls(k.fn, sizes.repeats, sizes.sample_s, k.reset), limits))
+    limits["loadavg_1m_end"] = os.getloadavg()[0]
     add_speedups(rows)
     order = {name: i for i, name in enumerate(dict.fromkeys(r["kernel"] for r in rows))}
     rows.sort(key=lambda r: (order[r["kernel"]], VARIANTS.index(r["variant"])))
@@ -387,7 +392,8 @@ def kernels_table(record: dict):
 
     lim = record["limits"]
     table = Table(title=f"smbench kernels {record['run_id']} — limits: bandwidth {lim['bandwidth_gb_s']:.1f} GB/s "
-                        f"(stream copy), sgemm {lim['sgemm_gflops']:.1f} GFLOPS", title_justify="left")
+                        f"(stream copy), sgemm {lim['sgemm_gflops']:.1f} GFLOPS — load average "
+                        f"{lim.get('loadavg_1m_start', 0):.2f} at start", title_justify="left")
     for col, justify in (("kernel", "left"), ("shape", "left"), ("variant", "left"),
                          ("median", "right"), ("min–max", "right"), ("IQR\n%", "right"), ("GB/s", "right"),
                          ("GFLOPS", "right"), ("bound", "left"), ("% of\nlimit", "right"),

@@ -416,3 +416,12 @@ def test_html_renders_in_headless_chromium(env, tmp_path):
                         page.as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.stat().st_size > 20_000
+
+
+def test_kernels_measured_on_a_busy_machine_carry_a_warning():
+    def section(load):
+        return rdata.KernelSection("k", "given", "", {"loadavg_1m_start": load, "loadavg_1m_end": 0.1, "cores": 2},
+                                   [], True, False)
+
+    assert section(0.2).busy_note is None
+    assert "busy" in section(1.4).busy_note and "1.40" in section(1.4).busy_note

@@ -161,14 +161,15 @@ def key_metrics(record: dict) -> list[KeyMetric]:
     known = {m[0] for m in KEY_METRICS}
     extra = [(name, name, "", 1.0, t.op in (">=", ">")) for name, t in targets.items() if name not in known]
     rows = []
+    speed = {r["flags"]: metric(r["metrics"], "tokens_per_s") or 0.0 for r in record["results"]}
     for name, label, unit, scale, higher in (*KEY_METRICS, *extra):
         values = [(metric(r["metrics"], name), r["flags"]) for r in record["results"]]
         values = [(v, f) for v, f in values if v is not None]
         target = targets.get(name)
-        if target is not None:
-            pick = max(values, key=lambda vf: target.gap(vf[0]), default=None)
-        else:
-            pick = (max if higher else min)(values, key=lambda vf: vf[0], default=None)
+        sign = 1.0 if higher else -1.0
+        # best value (or gap to target); among equals the faster flag set
+        pick = max(values, key=lambda vf: (target.gap(vf[0]) if target else sign * vf[0], speed[vf[1]]),
+                   default=None)
         row = KeyMetric(name, label, unit, scale,
                         metric(naive["metrics"], name) * scale if naive and metric(naive["metrics"], name)
                         is not None else None,
@@ -288,6 +289,9 @@ def alloc_tree(record: dict) -> list[AllocNode]:
 
 
 # ---- kernels and roofline ------------------------------------------------------------
+BUSY_LOAD = 0.5  # 1-minute load average above which other processes shared the cores
+
+
 @dataclass
 class KernelSection:
     run_id: str
@@ -297,6 +301,15 @@ class KernelSection:
     rows: list[dict]
     same_machine: bool
     quick: bool
+
+    @property
+    def busy_note(self) -> str | None:
+        load = max(self.limits.get("loadavg_1m_start") or 0.0, self.limits.get("loadavg_1m_end") or 0.0)
+        if load <= BUSY_LOAD:
+            return None
+        return (f"The machine was busy while these kernels ran (1-minute load average up to {load:.2f} on "
+                f"{self.limits.get('cores', '?')} cores): multi-threaded BLAS calls wait for the busy core, so "
+                "matmul times (and the sgemm peak) can be inflated. Re-run `smbench kernels` on a quiet machine.")
 
 
 def kernel_section(kernels: dict | None, origin: str, run: dict) -> KernelSection | None:
