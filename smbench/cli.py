@@ -155,6 +155,10 @@ from .profile_cmd import profile  # noqa: E402
 
 main.add_command(profile)
 
+from .gate import gate  # noqa: E402
+
+main.add_command(gate)
+
 
 @main.command()
 @click.option("--model", default="seed", show_default=True, help="Model preset whose shapes the matmuls use.")
