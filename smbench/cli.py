@@ -23,8 +23,15 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except (UserError, EngineError) as exc:
-            err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(getattr(exc, "exit_code", 2))
+            _fail(str(exc), getattr(exc, "exit_code", 2))
+        except click.UsageError as exc:  # bad option values: one line too, not click's usage block
+            where = "smbench" if exc.ctx is None or exc.ctx.parent is None else f"smbench {exc.ctx.info_name}"
+            _fail(f"{exc.format_message()} (see `{where} --help`)", 2)
+
+
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 @click.group(cls=Cli)
@@ -36,8 +43,11 @@ def main() -> None:
 def _flag_sets(workload, flags: str | None, flag_sets: str | None, ablation: bool) -> list[str]:
     if ablation:
         return [str(f) for f in all_flag_sets()]
-    if flag_sets:
-        return [s.strip() for s in flag_sets.split(";") if s.strip()]
+    if flag_sets is not None:
+        sets = [s.strip() for s in flag_sets.split(";") if s.strip()]
+        if not sets:
+            raise UserError(f"--flag-sets {flag_sets!r} names no flag set; write e.g. \"kv;kv,pool\"")
+        return sets
     if flags is not None:
         return [flags]
     return list(workload.flag_sets)

@@ -148,7 +148,7 @@ def _memray_generation(tmp_path, flags: str) -> tuple[dict, list]:
 
 def _engine_mallocs(path) -> list[dict]:
     """MALLOC/CALLOC/REALLOC records whose Python stack passes through the engine package."""
-    memray = pytest.importorskip("memray")
+    import memray  # a test dependency: missing it must fail loudly, not skip
     pkg = os.path.dirname(engine.__file__) + os.sep
     kinds = {memray.AllocatorType.MALLOC, memray.AllocatorType.CALLOC, memray.AllocatorType.REALLOC}
     rows = []
