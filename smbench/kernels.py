@@ -293,10 +293,12 @@ def all_kernels(sizes: Sizes, cfg: ModelConfig) -> list[Kernel]:
 RATINGS = ((0.6, "at limit"), (0.3, "good"), (0.1, "fair"), (0.0, "poor"))
 
 
-def rating(fraction: float) -> str:
+def rating(fraction: float, bound: str = "memory") -> str:
     """Band of the fraction of the roofline limit achieved."""
     if fraction > 1.0:
-        return "in cache"  # faster than DRAM allows: the data never left the cache
+        # memory-bound and faster than DRAM allows: the data never left the cache;
+        # compute-bound: at the measured peak (itself a best sample)
+        return "in cache" if bound == "memory" else "at limit"
     return next(label for floor, label in RATINGS if fraction >= floor)
 
 
@@ -319,7 +321,7 @@ def kernel_row(k: Kernel, seconds: list[float], limits: dict) -> dict:
         "pct_of_bandwidth": 100 * (k.bytes / med / 1e9) / limits["bandwidth_gb_s"],
         "pct_of_sgemm": 100 * (k.flops / med / 1e9) / limits["sgemm_gflops"] if k.flops else None,
         "fraction_of_limit": fraction,
-        "rating": rating(fraction),
+        "rating": rating(fraction, bound),
     }
 
 

@@ -40,7 +40,7 @@ def test_limits_measured_and_fractions_follow_from_them(quick_record):
         assert r["gb_per_s"] == pytest.approx(r["bytes"] / med / 1e9)
         roof = max(r["bytes"] / (lim["bandwidth_gb_s"] * 1e9), r["flops"] / (lim["sgemm_gflops"] * 1e9))
         assert r["fraction_of_limit"] == pytest.approx(roof / med)
-        assert r["rating"] == kernels.rating(r["fraction_of_limit"])
+        assert r["rating"] == kernels.rating(r["fraction_of_limit"], r["bound"])
         if r["variant"] == "none":
             assert r["speedup_vs_naive"] == pytest.approx(1.0)
 
@@ -51,6 +51,7 @@ def test_ratings_come_from_the_fraction():
     assert kernels.rating(0.15) == "fair"
     assert kernels.rating(0.01) == "poor"
     assert kernels.rating(1.5) == "in cache"
+    assert kernels.rating(1.01, "compute") == "at limit"
 
 
 def test_kernels_call_the_engine_ops(monkeypatch):

@@ -307,9 +307,13 @@ class KernelSection:
         load = max(self.limits.get("loadavg_1m_start") or 0.0, self.limits.get("loadavg_1m_end") or 0.0)
         if load <= BUSY_LOAD:
             return None
-        return (f"The machine was busy while these kernels ran (1-minute load average up to {load:.2f} on "
-                f"{self.limits.get('cores', '?')} cores): multi-threaded BLAS calls wait for the busy core, so "
-                "matmul times (and the sgemm peak) can be inflated. Re-run `smbench kernels` on a quiet machine.")
+        busy = (f"The machine was busy while these kernels ran (1-minute load average up to {load:.2f} on "
+                f"{self.limits.get('cores', '?')} cores)")
+        if str(self.limits.get("threads")) == "1":
+            return (busy + "; BLAS ran on one thread (OPENBLAS_NUM_THREADS=1), so the sgemm peak is one core's "
+                    "and matmuls did not wait for the busy core.")
+        return (busy + ": multi-threaded BLAS calls wait for the busy core, so matmul times (and the sgemm "
+                "peak) can be inflated. Re-run `smbench kernels` on a quiet machine.")
 
 
 def kernel_section(kernels: dict | None, origin: str, run: dict) -> KernelSection | None:
