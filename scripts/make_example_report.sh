@@ -6,7 +6,10 @@
 #   scripts/make_example_report.sh            # about 5-10 minutes on an idle 2-core machine
 #   STORE=/tmp/runs NAME=reports/mine scripts/make_example_report.sh
 #
-# Numbers depend on the machine and its load; run it on a quiet machine.
+# Numbers depend on the machine and its load; run it on a quiet machine. On a shared machine
+# (another process holding a core) multi-threaded OpenBLAS calls wait for the busy core, so the
+# committed example was made with one BLAS thread:
+#   OPENBLAS_NUM_THREADS=1 scripts/make_example_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${STORE:-profiles/runs}
