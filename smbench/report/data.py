@@ -596,7 +596,7 @@ def conditions(record: dict, others: list[dict], ks: KernelSection | None) -> Co
         lim = ks.limits
         rows.append(("kernels record", f"{ks.run_id} ({ks.origin}; created {ks.created})"
                                        + ("" if ks.same_machine else " — measured on a DIFFERENT machine")))
-        rows.append(("BLAS threads", str(lim.get("threads", "default"))))
+        rows.append(("BLAS threads (kernels run)", str(lim.get("threads", "default"))))
     spread = []
     for r in record["results"]:
         t = r["metrics"].get("tokens_per_s") or {}
