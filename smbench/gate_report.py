@@ -27,7 +27,7 @@ def gate_table(checks, baseline: dict, record: dict, path: Path) -> Table:
                         f"{wl['repeats']} timed rounds) vs {path}: {_provenance(baseline)}",
                   title_justify="left")
     for col in COLUMNS:
-        table.add_column(col, justify="right" if col in ("baseline", "now") else "left")
+        table.add_column(col, justify="right" if col in ("baseline", "now") else "left", no_wrap=col != "detail")
     for c in checks:
         cells = [escape(x) for x in _cells(c)]
         cells[6] = f"[{COLORS[c.verdict]}]{cells[6]}[/]"

@@ -183,7 +183,14 @@ def test_the_baseline_record_passes_its_own_baseline(recorded):
     checks = g.evaluate(baseline, record)
     assert failed(checks) == [] and g.verdict(checks) == "pass"
     sections = {c.section for c in checks}
-    assert sections == {"correctness", "alloc", "op_counts", "gc", "steady_decode", "speedup"}
+    assert sections == {"machine", "correctness", "alloc", "op_counts", "gc", "steady_decode", "speedup"}
+
+
+def test_another_machine_is_a_warning(recorded):
+    baseline, record = copy.deepcopy(recorded)
+    record["machine"]["cpu"] = "Some Other CPU"
+    checks = g.evaluate(baseline, record)
+    assert verdicts(checks, section="machine") == ["warn"] and g.verdict(checks) == "pass"
 
 
 @pytest.mark.parametrize("factor,verdict", [(1.005, "pass"), (1.02, "fail"), (0.95, "fail")])
@@ -207,7 +214,7 @@ def test_a_changed_stage_row_fails_and_is_named(recorded):
     got = failed(g.evaluate(baseline, record))
     key = f"decode/mlp.fc/{row['layer']}"
     assert ("alloc", "pool", f"{key} alloc_bytes") in got and ("op_counts", "pool", f"{key} calls") in got
-    assert ("alloc", "pool", "per stage: alloc bytes, alloc calls, calls") in got
+    assert ("alloc", "pool", "per stage (bytes, allocs, calls)") in got
 
 
 def test_gc_tolerates_one_collection_per_run_and_not_two(recorded):
