@@ -32,6 +32,23 @@ def blas_info() -> str:
         return "unknown"
 
 
+def blas_threads() -> int | None:
+    """Threads the BLAS behind NumPy will use (threadpoolctl), None if it cannot tell."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    return pools[0]["num_threads"] if pools else None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def git_state(cwd: Path = REPO_ROOT) -> dict:
     def run(*args: str) -> str | None:
         try:
@@ -60,5 +77,8 @@ def machine_facts() -> dict:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "blas": blas_info(),
+        "blas_threads": blas_threads(),
+        # Other processes on a small machine distort timings (and stall threaded BLAS): keep the load.
+        "load_average": load_average(),
         "hostname": platform.node(),
     }
