@@ -333,10 +333,11 @@ def measure(workload, m: Measure, progress: Callable[[str], None] | None = None,
         if set_total is not None:
             set_total(units_of_work(m, len(runner.flag_sets)))
         wr = runner.run()
-    wl = workload.to_dict()
-    wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
-    wl["repeats"], wl["warmup"] = m.repeats, m.warmup
-    record = make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s, kind="gate")
+        wl = workload.to_dict()
+        wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
+        wl["repeats"], wl["warmup"] = m.repeats, m.warmup
+        # inside the limit, so the record's machine facts show the BLAS threads the runs used
+        record = make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s, kind="gate")
     record["gate"] = {
         "measure": asdict(m),
         "malloc_pinned": malloc_pinned,
