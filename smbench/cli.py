@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from engine import EngineError, all_flag_sets
 
 from .console import console, err_console, print_run
+from .environment import measurement_environment
 from .errors import UserError
 
 
@@ -63,18 +64,23 @@ def execute_run(workload, sets: list[str], quiet: bool = False) -> dict:
                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
     # Off when stderr is not a terminal: there a transient bar leaves only a stray blank line,
     # which would precede the one-line "error:" message of a failed run.
-    with Progress(*columns, console=err_console, transient=True,
-                  disable=quiet or not err_console.is_terminal) as progress:
-        runner_sets = sets
+    # No auto-refresh: its background thread allocates Python objects during measured runs,
+    # which shows up as GC collections; the bar redraws on each unit of work instead.
+    with Progress(*columns, console=err_console, transient=True, auto_refresh=False,
+                  disable=quiet or not err_console.is_terminal) as progress, \
+            measurement_environment(workload.blas_threads) as conditions:
         task = progress.add_task(f"{workload.name}: loading model", total=None)
-        runner = Runner(workload, runner_sets,
-                        progress=lambda label: progress.update(task, advance=1, description=label))
+        progress.refresh()
+        runner = Runner(workload, sets, progress=lambda label: progress.update(
+            task, advance=1, description=label, refresh=True))
         progress.update(task, total=units_of_work(workload, len(runner.flag_sets)),
-                        description=f"{workload.name}: starting")
+                        description=f"{workload.name}: starting", refresh=True)
         wr = runner.run()
-    wl = workload.to_dict()
-    wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
-    return make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s)
+        wl = workload.to_dict()
+        wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
+        record = make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s)
+    record["environment"] = conditions
+    return record
 
 
 @main.command()
@@ -85,17 +91,20 @@ def execute_run(workload, sets: list[str], quiet: bool = False) -> dict:
 @click.option("--tokens", type=click.IntRange(1), default=None, help="New tokens per generation.")
 @click.option("--repeats", type=click.IntRange(1), default=None, help="Timed repeats per flag set.")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Warmup generations per flag set.")
+@click.option("--blas-threads", type=click.IntRange(1), default=None,
+              help="BLAS threads during the run (default: the workload's, usually 1).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Runs directory (default profiles/runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run record as JSON on stdout.")
 @click.option("--report", "report_to", is_flag=False, flag_value="", default=None, metavar="[PATH]",
               help="Also write a report (PATH.md + PATH.html; default reports/<run-id>).")
-def run(workload_name, flags, flag_sets, ablation, tokens, repeats, warmup, out, as_json, report_to):
+def run(workload_name, flags, flag_sets, ablation, tokens, repeats, warmup, blas_threads, out, as_json, report_to):
     """Run a workload: naive against flag sets, with per-stage time and allocations."""
     from .store import DEFAULT_ROOT, Store
     from .workloads import load_workload
 
-    workload = load_workload(workload_name).with_(new_tokens=tokens, repeats=repeats, warmup=warmup)
+    workload = load_workload(workload_name).with_(new_tokens=tokens, repeats=repeats, warmup=warmup,
+                                                  blas_threads=blas_threads)
     record = execute_run(workload, _flag_sets(workload, flags, flag_sets, ablation), quiet=as_json)
     path = Store(out or DEFAULT_ROOT).save(record)
     if as_json:

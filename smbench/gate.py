@@ -31,6 +31,7 @@ from scipy import stats as sps
 
 from engine.probe import NULL_PROBE
 
+from .environment import pin_malloc
 from .errors import UserError
 from .probes import StepProbe
 from .runner import FlagSetRun, Runner, WorkloadRun
@@ -298,18 +299,6 @@ class GateRunner(Runner):
         self._rounds(self.measure.instrumented, lambda fs: self._instrumented(fs, runs[fs]))
         self._rounds(self.measure.repeats, lambda fs: self._timed(fs, runs[fs]))
         return WorkloadRun(self.workload, self.prompt, self.flag_sets, runs, started, time.perf_counter() - t0)
-
-
-def pin_malloc(mmap_threshold: int) -> bool:
-    """Fix glibc's mmap (and trim) threshold for this process; False where there is no glibc mallopt."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, mmap_threshold)) and bool(mallopt(m_trim_threshold, 2 * mmap_threshold))
 
 
 def _steady_decode(run) -> dict:

@@ -23,7 +23,7 @@ _WORKLOAD_KEYS = {
     "name": (str, True), "description": (str, False), "model": (str, True),
     "prompt": (str, False), "prompt_tokens": (int, False), "new_tokens": (int, True),
     "warmup": (int, False), "repeats": (int, False), "seed": (int, False),
-    "flag_sets": (list, False), "keep_fraction": (float, False),
+    "flag_sets": (list, False), "keep_fraction": (float, False), "blas_threads": (int, False),
 }
 _SAMPLING_KEYS = {"temperature": (float, False), "top_k": (int, False), "top_p": (float, False)}
 # Numeric per-flag-set metrics a [targets] entry may name (see metrics.flag_set_metrics).
@@ -66,6 +66,7 @@ class Workload:
     seed: int = 0
     flag_sets: tuple[str, ...] = DEFAULT_FLAG_SETS
     keep_fraction: float = 0.5
+    blas_threads: int = 1  # see smbench/environment.py for why runs pin it
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
@@ -140,7 +141,7 @@ def parse_workload(text: str, path: str) -> Workload:
     _check_section(path, "sampling", sampling, _SAMPLING_KEYS)
     if ("prompt" in wl) == ("prompt_tokens" in wl):
         raise UserError(f"{path}: [workload] needs exactly one of 'prompt' (text) or 'prompt_tokens' (a count)")
-    for key in ("new_tokens", "repeats", "prompt_tokens"):
+    for key in ("new_tokens", "repeats", "prompt_tokens", "blas_threads"):
         if key in wl and wl[key] < 1:
             raise UserError(f"{path}: [workload] {key} must be >= 1, got {wl[key]}")
     if wl.get("warmup", 0) < 0:
