@@ -161,18 +161,7 @@ class GPT:
         probe.stage_end("ln_1", i)
         q, kt, v = self._qkv(h, b, i, start)
         probe.stage_end("attn.qkv", i)
-        n_total = kt.shape[2]
-        s = np.matmul(q, kt, out=ws.take("scores", (H, n, n_total)))
-        s = np.multiply(s, self.scale, out=ws.take("scores", s.shape))
-        if n > 1:
-            s = np.add(s, self._mask(n, n_total, start), out=ws.take("scores", s.shape))
-        probe.stage_end("attn.scores", i)
-        p = ops.softmax_lastaxis(s, ws, "probs")
-        probe.stage_end("attn.softmax", i)
-        ctx_h = np.matmul(p, v, out=ws.take("ctx_h", (H, n, hd)))
-        ctx = ws.take("ctx", (n, c))
-        np.copyto(ctx.reshape(n, H, hd), ctx_h.transpose(1, 0, 2))
-        probe.stage_end("attn.context", i)
+        ctx = self._attention(q, kt, v, i, start, prescaled=False)
         a = ops.linear(ctx, b.w_o, b.b_o, ws, "attn_out")
         probe.stage_end("attn.proj", i)
         x = np.add(x, a, out=ws.take("x", x.shape))
@@ -189,6 +178,24 @@ class GPT:
         x = np.add(x, m, out=ws.take("x", x.shape))
         probe.stage_end("residual", i)
         return x
+
+    def _attention(self, q, kt, v, i: int, start: int, prescaled: bool) -> np.ndarray:
+        """Causal attention with the score matrix materialised: ctx [n, C] with heads merged."""
+        probe, ws = self.probe, self.ws
+        (H, n, hd), n_total = q.shape, kt.shape[2]
+        s = np.matmul(q, kt, out=ws.take("scores", (H, n, n_total)))
+        if not prescaled:
+            s = np.multiply(s, self.scale, out=ws.take("scores", s.shape))
+        if n > 1:
+            s = np.add(s, self._mask(n, n_total, start), out=ws.take("scores", s.shape))
+        probe.stage_end("attn.scores", i)
+        p = ops.softmax_lastaxis(s, ws, "probs")
+        probe.stage_end("attn.softmax", i)
+        ctx_h = np.matmul(p, v, out=ws.take("ctx_h", (H, n, hd)))
+        ctx = ws.take("ctx", (n, H * hd))
+        np.copyto(ctx.reshape(n, H, hd), ctx_h.transpose(1, 0, 2))
+        probe.stage_end("attn.context", i)
+        return ctx
 
     def _kv_store(self, i: int, n_total: int):
         if self.cache is not None:
@@ -211,9 +218,12 @@ class GPT:
             q = ws.take("q", (H, n, hd))
             fused.split_heads(qkv, b.b_qkv, self.scale, q, kt, v, start)
             probe.stage_end("attn.qkv", i)
-            ctx = ws.take("ctx", (n, c))
-            fused.attend(q, kt, v, start, ws.take("scores", (start + n,)), ctx)
-            probe.stage_end("attn.core", i)
+            if n == 1:  # decode: one query over the cache, scores never materialised
+                ctx = ws.take("ctx", (n, c))
+                fused.attend(q, kt, v, start, ws.take("scores1", (start + n,)), ctx)
+                probe.stage_end("attn.core", i)
+            else:  # prefill / full window: BLAS beats a scalar loop over T queries
+                ctx = self._attention(q, kt[:, :, :start + n], v[:, :start + n], i, start, prescaled=True)
             a = np.matmul(ctx, b.w_o, out=ws.take("attn_out", (n, c)))
             probe.stage_end("attn.proj", i)
             fused.residual_layer_norm(x, a, b.b_o, b.ln_2_g, b.ln_2_b, eps, h)
