@@ -38,7 +38,12 @@ def _fail(message: str, code: int) -> None:
 @click.group(cls=Cli)
 @click.version_option(package_name="smbench")
 def main() -> None:
-    """Profiling-first benchmarks for a NumPy GPT-2: run, compare, history."""
+    """Profiling-first benchmarks for a NumPy GPT-2.
+
+    run, compare and history measure and keep runs; profile drives pyinstrument, memray and
+    scalene; kernels micro-benchmarks the ops; report writes markdown + HTML; gate guards CI;
+    generate prints text from a model.
+    """
 
 
 def _flag_sets(workload, flags: str | None, flag_sets: str | None, ablation: bool) -> list[str]:
@@ -226,6 +231,32 @@ def report(runs, output, out):
         output = f"reports/{store.load(runs[0])['run_id']}"
     for path in write_report(list(runs), store, output):
         console.print(f"wrote {path}")
+
+
+@main.command()
+@click.option("--model", "-m", "model_ref", default="seed", show_default=True,
+              help="A preset (seed, small, gpt2) or a checkpoint directory / .safetensors file.")
+@click.option("--prompt", "-p", default="We are accounted", show_default=True, help="Prompt text.")
+@click.option("--tokens", "-n", type=click.IntRange(0), default=100, show_default=True, help="New tokens.")
+@click.option("--flags", default="kv,pool,fused", show_default=True, help='Optimization flags, or "none".')
+@click.option("--temperature", type=click.FloatRange(0), default=0.0, show_default=True, help="0 = greedy.")
+@click.option("--top-k", type=click.IntRange(1), default=None)
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None)
+@click.option("--seed", type=int, default=0, show_default=True, help="Weights seed (presets) and sampling seed.")
+def generate(model_ref, prompt, tokens, flags, temperature, top_k, top_p, seed):
+    """Generate text with the engine and print it (prompt in bold)."""
+    import time
+
+    import engine
+
+    model = engine.load(model_ref, flags=flags, seed=seed)
+    ids = model.encode(prompt)
+    t0 = time.perf_counter()
+    new = model.generate(ids, tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    elapsed = time.perf_counter() - t0
+    console.print(f"[bold]{escape(prompt)}[/bold]{escape(model.decode(new))}", highlight=False)
+    err_console.print(f"{len(new)} tokens in {elapsed * 1000:.1f} ms ({len(new) / elapsed:,.0f} tokens/s) "
+                      f"with flags {model.flags}", highlight=False)
 
 
 if __name__ == "__main__":
