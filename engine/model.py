@@ -155,8 +155,6 @@ class GPT:
 
     def _block(self, x, b: Block, i: int, start: int) -> np.ndarray:
         probe, ws, eps = self.probe, self.ws, self.eps
-        n, c, H, hd = x.shape[0], self.cfg.n_embd, self.cfg.n_head, self.cfg.head_dim
-
         h = ops.layer_norm(x, b.ln_1_g, b.ln_1_b, eps, ws, "ln")
         probe.stage_end("ln_1", i)
         q, kt, v = self._qkv(h, b, i, start)

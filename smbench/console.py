@@ -1,25 +1,17 @@
 """Terminal output: one rich Console, consistent tables for run, compare and history."""
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 
 from rich.console import Console
 from rich.table import Table
 
-import sys
+from .units import human_bytes
 
 # Tables are wide; a pipe or CI log gets 150 columns instead of rich's default 80.
 console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
-
-
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
 
 
 def fmt(x: float | None, spec: str = ".1f", suffix: str = "") -> str:

@@ -281,24 +281,12 @@ class GateRunner(Runner):
         self._check_tokens(run, tokens)
         self.progress(f"{fs}: timed")
 
-    def _rounds(self, n: int, step: Callable[[str], None]) -> None:
-        """n rounds over all flag sets, alternating the order so drift within a round cancels."""
-        for r in range(n):
-            for fs in (self.flag_sets if r % 2 == 0 else self.flag_sets[::-1]):
-                step(fs)
-
-    def run(self) -> WorkloadRun:
-        started, t0 = time.time(), time.perf_counter()
-        runs = {fs: FlagSetRun(fs) for fs in self.flag_sets}
-        for fs in self.flag_sets:
-            self._instrumented(fs, runs[fs], cold=True)
-        for fs in self.flag_sets:
-            for _ in range(self.measure.warmup):
-                self._generate(self.models[fs])
-                self.progress(f"{fs}: warmup")
+    def _measure(self, runs: dict[str, FlagSetRun]) -> None:
         self._rounds(self.measure.instrumented, lambda fs: self._instrumented(fs, runs[fs]))
         self._rounds(self.measure.repeats, lambda fs: self._timed(fs, runs[fs]))
-        return WorkloadRun(self.workload, self.prompt, self.flag_sets, runs, started, time.perf_counter() - t0)
+
+    def run(self) -> WorkloadRun:
+        return super().run(warmup=self.measure.warmup)
 
 
 def _steady_decode(run) -> dict:

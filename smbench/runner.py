@@ -152,20 +152,33 @@ class Runner:
         if run.tokens and tokens != run.tokens:
             run.tokens_stable = False
 
-    def run(self) -> WorkloadRun:
-        started, t0 = time.time(), time.perf_counter()
+    def _rounds(self, n: int, step: Callable[[str], None]) -> None:
+        """n rounds over all flag sets, alternating the order so drift within a round cancels."""
+        for r in range(n):
+            for fs in (self.flag_sets if r % 2 == 0 else self.flag_sets[::-1]):
+                step(fs)
+
+    def _cold_and_warmup(self, warmup: int) -> dict[str, FlagSetRun]:
         runs = {fs: FlagSetRun(fs) for fs in self.flag_sets}
         for fs in self.flag_sets:
             self._instrumented(fs, runs[fs], cold=True)
         for fs in self.flag_sets:
-            for _ in range(self.workload.warmup):
+            for _ in range(warmup):
                 self._generate(self.models[fs])
                 self.progress(f"{fs}: warmup")
-        for r in range(self.workload.repeats):
-            order = self.flag_sets if r % 2 == 0 else self.flag_sets[::-1]
-            for fs in order:
-                self._timed(fs, runs[fs])
-                self._instrumented(fs, runs[fs])
+        return runs
+
+    def _measure(self, runs: dict[str, FlagSetRun]) -> None:
+        def timed_then_instrumented(fs: str) -> None:
+            self._timed(fs, runs[fs])
+            self._instrumented(fs, runs[fs])
+
+        self._rounds(self.workload.repeats, timed_then_instrumented)
+
+    def run(self, warmup: int | None = None) -> WorkloadRun:
+        started, t0 = time.time(), time.perf_counter()
+        runs = self._cold_and_warmup(self.workload.warmup if warmup is None else warmup)
+        self._measure(runs)
         return WorkloadRun(self.workload, self.prompt, self.flag_sets, runs, started,
                            time.perf_counter() - t0)
 

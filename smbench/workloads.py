@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine import FlagError, OptFlags

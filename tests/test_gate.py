@@ -38,8 +38,10 @@ PATCHES = {
     # fused attention gets a fresh copy of its score scratch: new allocations in pooled decoding
     "attend_copy": "import engine.fused as m\nf = m.attend\n"
                    "m.attend = lambda q, kt, v, s, sc, out: f(q, kt, v, s, sc.copy(), out)",
-    # fused attention computed twice (same result, nothing allocated): timing only
-    "attend_twice": "import engine.fused as m\nf = m.attend\ndef g(*a):\n    f(*a)\n    f(*a)\nm.attend = g",
+    # single-query fused attention computed three times (same result, nothing allocated): timing
+    # only. It is ~1/5 of a pool,kv,fused decode step, so this costs that set ~40% of its speed.
+    "attend_thrice": "import engine.fused as m\nf = m.attend\ndef g(*a):\n    f(*a)\n    f(*a)\n    f(*a)\n"
+                     "m.attend = g",
     # fused attention output zeroed after the fact: wrong tokens, no allocation
     "attend_wrong": "import engine.fused as m\nf = m.attend\ndef g(*a):\n    f(*a)\n    a[5][:] = 0\nm.attend = g",
 }
@@ -351,7 +353,7 @@ def test_cli_wrong_tokens_fail_the_gate_and_block_a_new_baseline(tiny):
 
 
 def test_cli_injected_timing_only_regression_fails_on_speedup_alone(tiny):
-    proc, md = tiny.run(patch=PATCHES["attend_twice"], name="attend_twice")
+    proc, md = tiny.run(patch=PATCHES["attend_thrice"], name="attend_thrice")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert failing_rows(md) == [("speedup", "pool,kv,fused", "speedup vs naive (CPU)")]
 
@@ -366,10 +368,10 @@ def test_false_positive_and_detection_rates(tiny, capsys):
         if proc.returncode:
             clean_fail.append(failing_rows(md))
     for i in range(5):
-        proc, md = tiny.run(patch=PATCHES["attend_twice"], name=f"slow{i}")
+        proc, md = tiny.run(patch=PATCHES["attend_thrice"], name=f"slow{i}")
         caught.append(("speedup", "pool,kv,fused", "speedup vs naive (CPU)") in failing_rows(md))
     with capsys.disabled():
         print(f"\ngate false positives: {len(clean_fail)}/{runs} unchanged runs; "
-              f"timing-only regression (fused attention twice) caught: {sum(caught)}/{len(caught)}")
+              f"timing-only regression (fused attention thrice) caught: {sum(caught)}/{len(caught)}")
     assert clean_fail == [], clean_fail
     assert all(caught), caught

@@ -97,8 +97,9 @@ def test_stage_map_takes_the_first_edge_at_or_after_the_line():
 def test_stage_map_reads_every_stage_from_the_engine_source():
     smap = StageMap.from_engine()
     edges = smap.edges()
-    naive = set(edges["forward"]) | set(edges["_block"]) | set(edges["generate"])
+    naive = set(edges["forward"]) | set(edges["_block"]) | set(edges["_attention"]) | set(edges["generate"])
     assert naive == set(STAGES)
+    assert set(edges["_attention"]) == {"attn.scores", "attn.softmax", "attn.context"}
     assert "attn.core" in edges["_blocks_fused"]
 
 

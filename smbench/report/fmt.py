@@ -5,6 +5,8 @@ tests can parse numbers back with known precision.
 """
 from __future__ import annotations
 
+from ..units import human_bytes
+
 MB = 1024 * 1024
 
 
@@ -39,15 +41,6 @@ def pct(x, digits: int = 1) -> str:
 
 def times(x, digits: int = 2) -> str:
     return "-" if x is None else f"{x:,.{digits}f}x"
-
-
-def human_bytes(n) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n:.0f} B"
 
 
 def mb(n, digits: int = 3) -> str:
