@@ -33,6 +33,7 @@ from engine.probe import NULL_PROBE
 
 from .environment import pin_malloc
 from .errors import UserError
+from .record import read_json_document
 from .probes import StepProbe
 from .runner import FlagSetRun, Runner, WorkloadRun
 
@@ -141,17 +142,7 @@ def default_baseline_path() -> Path:
 
 def load_baseline(path: Path) -> dict:
     fix = f"record one with `{UPDATE_HINT} --baseline {path}`"
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no baseline file; {fix}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read baseline ({exc}); {fix}") from None
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        raise UserError(f"{path}: baseline is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                        f"the file is corrupt: {fix}") from None
+    obj = read_json_document(path, "baseline", f"no baseline file; {fix}", f": {fix}", error=UserError)
     if not isinstance(obj, dict) or obj.get("schema") != SCHEMA:
         raise UserError(f"{path}: not an smbench baseline (no \"schema\": \"{SCHEMA}\"); {fix}")
     if obj.get("schema_version") != SCHEMA_VERSION:

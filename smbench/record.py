@@ -67,20 +67,21 @@ def validate_record(obj, source: str) -> dict:
     return obj
 
 
-def load_record(path: Path) -> dict:
+def read_json_document(path: Path, noun: str, missing: str, fix: str, error=RecordError):
+    """Parse a JSON file, turning every way it can be unreadable into one `error` line."""
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
-        raise RecordError(f"{path}: no such record file; give a run id or a record.json path") from None
+        raise error(f"{path}: {missing}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: cannot read record ({exc})") from None
+        raise error(f"{path}: cannot read {noun} ({exc}){fix}") from None
     try:
-        obj = json.loads(text)
+        return json.loads(text)
     except ValueError as exc:
-        raise RecordError(f"{path}: record is not valid JSON ({exc.msg} at line {exc.lineno}); "
-                          "the file is corrupt") from None
+        raise error(f"{path}: {noun} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                    f"the file is corrupt{fix}") from None
+
+
+def load_record(path: Path) -> dict:
+    obj = read_json_document(path, "record", "no such record file; give a run id or a record.json path", "")
     return validate_record(obj, str(path))
-
-
-def result_for(record: dict, flags: str) -> dict | None:
-    return next((r for r in record["results"] if r["flags"] == flags), None)
