@@ -81,9 +81,7 @@ def execute_run(workload, sets: list[str], quiet: bool = False) -> dict:
         progress.update(task, total=units_of_work(workload, len(runner.flag_sets)),
                         description=f"{workload.name}: starting", refresh=True)
         wr = runner.run()
-        wl = workload.to_dict()
-        wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
-        record = make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s)
+        record = make_record(workload.to_record(), wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s)
     record["environment"] = conditions
     return record
 

@@ -29,12 +29,9 @@ import click
 import numpy as np
 from scipy import stats as sps
 
-from engine.probe import NULL_PROBE
-
-from .environment import pin_malloc
+from .environment import measurement_environment
 from .errors import UserError
 from .record import read_json_document
-from .probes import StepProbe
 from .runner import FlagSetRun, Runner, WorkloadRun
 
 SCHEMA = "smbench.baseline"
@@ -250,27 +247,12 @@ def units_of_work(measure: Measure, n_sets: int) -> int:
 class GateRunner(Runner):
     """Runner with the gate's schedule: instrumented runs first, then many timed rounds.
 
-    Timed runs also record the generating thread's CPU time, the quantity the speedup gate uses.
+    The speedup gate uses the timed runs' CPU time (FlagSetRun.timed_cpu_s).
     """
 
     def __init__(self, workload, flag_sets, measure: Measure, progress=None):
         super().__init__(workload, flag_sets, progress)
         self.measure = measure
-        self.cpu_s: dict[str, list[float]] = {fs: [] for fs in self.flag_sets}
-
-    def _timed(self, fs: str, run: FlagSetRun) -> None:
-        model = self.models[fs]
-        with StepProbe() as probe:
-            model.probe = probe
-            c0, t0 = time.thread_time(), time.perf_counter()
-            tokens = self._generate(model)
-            wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-        model.probe = NULL_PROBE
-        run.timed_wall_s.append(wall)
-        run.timed_steps.append(probe.data)
-        self.cpu_s[fs].append(cpu)
-        self._check_tokens(run, tokens)
-        self.progress(f"{fs}: timed")
 
     def _measure(self, runs: dict[str, FlagSetRun]) -> None:
         self._rounds(self.measure.instrumented, lambda fs: self._instrumented(fs, runs[fs]))
@@ -290,26 +272,22 @@ def _steady_decode(run) -> dict:
 def measure(workload, m: Measure, progress: Callable[[str], None] | None = None,
             set_total: Callable[[int], None] | None = None) -> dict:
     """Run the workload the gate's way; an ordinary run record (kind "gate") plus a "gate" section."""
-    from threadpoolctl import threadpool_limits
-
     from .metrics import build_results
     from .record import make_record
 
-    malloc_pinned = pin_malloc(m.malloc_mmap_threshold)
-    with threadpool_limits(limits=m.blas_threads, user_api="blas"):
+    with measurement_environment(m.blas_threads, m.malloc_mmap_threshold) as conditions:
         runner = GateRunner(workload, list(workload.flag_sets), m, progress)
         if set_total is not None:
             set_total(units_of_work(m, len(runner.flag_sets)))
         wr = runner.run()
-        wl = workload.to_dict()
-        wl["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in workload.targets]
+        wl = workload.to_record()
         wl["repeats"], wl["warmup"] = m.repeats, m.warmup
         # inside the limit, so the record's machine facts show the BLAS threads the runs used
         record = make_record(wl, wr.prompt_ids, wr.flag_sets, build_results(wr), wr.elapsed_s, kind="gate")
     record["gate"] = {
         "measure": asdict(m),
-        "malloc_pinned": malloc_pinned,
-        "cpu_s": runner.cpu_s,
+        "malloc_pinned": conditions["malloc_pinned"],
+        "cpu_s": {fs: wr.runs[fs].timed_cpu_s for fs in wr.flag_sets},
         "steady_decode": {fs: _steady_decode(wr.runs[fs]) for fs in wr.flag_sets},
     }
     return record

@@ -15,6 +15,7 @@ from typing import Callable
 
 import engine
 from engine import EngineError, OptFlags
+from engine.probe import NULL_PROBE
 
 from .errors import UserError
 from .machine import peak_rss_mb
@@ -32,6 +33,7 @@ class FlagSetRun:
     tokens_stable: bool = True
     cold: ProbeData | None = None
     timed_wall_s: list[float] = field(default_factory=list)
+    timed_cpu_s: list[float] = field(default_factory=list)  # generating thread's CPU time
     timed_steps: list[ProbeData] = field(default_factory=list)
     instrumented_wall_s: list[float] = field(default_factory=list)
     instrumented: list[ProbeData] = field(default_factory=list)
@@ -114,10 +116,11 @@ class Runner:
         model = self.models[fs]
         with StepProbe() as probe:
             model.probe = probe
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             tokens = self._generate(model)
             run.timed_wall_s.append(time.perf_counter() - t0)
-        model.probe = engine_null_probe()
+            run.timed_cpu_s.append(time.thread_time() - c0)
+        model.probe = NULL_PROBE
         run.timed_steps.append(probe.data)
         self._check_tokens(run, tokens)
         self.progress(f"{fs}: timed")
@@ -130,7 +133,7 @@ class Runner:
             t0 = time.perf_counter()
             tokens = self._generate(model)
             wall = time.perf_counter() - t0
-        model.probe = engine_null_probe()
+        model.probe = NULL_PROBE
         if cold:
             run.cold = probe.data
             run.tokens = tokens
@@ -181,9 +184,3 @@ class Runner:
         self._measure(runs)
         return WorkloadRun(self.workload, self.prompt, self.flag_sets, runs, started,
                            time.perf_counter() - t0)
-
-
-def engine_null_probe():
-    from engine.probe import NULL_PROBE
-
-    return NULL_PROBE

@@ -76,6 +76,12 @@ class Workload:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_record(self) -> dict:
+        """The workload as a run record stores it (targets as plain dicts)."""
+        data = self.to_dict()
+        data["targets"] = [{"metric": t.metric, "op": t.op, "value": t.value} for t in self.targets]
+        return data
+
     def with_(self, **changes) -> "Workload":
         data = {**self.__dict__, **{k: v for k, v in changes.items() if v is not None}}
         return Workload(**data)

@@ -113,6 +113,19 @@ def stage_chart(data: ChartData) -> str | None:
         return to_svg(fig, "c2")
 
 
+def _log_bars(ax, names, centre, low, high, color: str, capsize: int, xlabel: str, title: str) -> None:
+    """Horizontal bars on a log axis with low-high whiskers around each centre, 1x marked."""
+    lo = [max(c - l, 0) for c, l in zip(centre, low)]
+    hi = [max(h - c, 0) for c, h in zip(centre, high)]
+    ax.barh(range(len(names)), centre, xerr=[lo, hi], color=color, ecolor="#555", capsize=capsize)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xscale("log")
+    _plain_log(ax.xaxis, "x")
+    ax.axvline(1.0, color="#e15759", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+
+
 def ablation_chart(abl: Ablation) -> str | None:
     if not abl.speedups:
         return None
@@ -120,31 +133,15 @@ def ablation_chart(abl: Ablation) -> str | None:
         panels = 2 if abl.marginals else 1
         fig, axes = plt.subplots(1, panels, figsize=(10 if panels == 2 else 7.5, max(2.6, 0.28 * len(abl.speedups)
                                                                                       + 1.2)), squeeze=False)
-        ax = axes[0][0]
-        names = [label(f) for f, *_ in abl.speedups]
-        med = [m for _, m, _, _ in abl.speedups]
-        lo = [max(m - low, 0) for _, m, low, _ in abl.speedups]
-        hi = [max(high - m, 0) for _, m, _, high in abl.speedups]
-        ax.barh(range(len(names)), med, xerr=[lo, hi], color="#4e79a7", ecolor="#555", capsize=2)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xscale("log")
-        _plain_log(ax.xaxis, "x")
-        ax.axvline(1.0, color="#e15759", linewidth=1)
-        ax.set_xlabel("tokens/s vs naive (median; bars: min–max over repeats), log")
-        ax.set_title("speedup by flag set")
+        _log_bars(axes[0][0], [label(f) for f, *_ in abl.speedups], [m for _, m, _, _ in abl.speedups],
+                  [low for _, _, low, _ in abl.speedups], [high for _, _, _, high in abl.speedups],
+                  "#4e79a7", 2, "tokens/s vs naive (median; bars: min–max over repeats), log",
+                  "speedup by flag set")
         if abl.marginals:
-            ax2 = axes[0][1]
-            flags = [label(m.flag) for m in abl.marginals]
-            geo = [m.geomean for m in abl.marginals]
-            lo = [max(m.geomean - m.min, 0) for m in abl.marginals]
-            hi = [max(m.max - m.geomean, 0) for m in abl.marginals]
-            ax2.barh(range(len(flags)), geo, xerr=[lo, hi], color="#59a14f", ecolor="#555", capsize=3)
-            ax2.set_yticks(range(len(flags)), flags)
-            ax2.set_xscale("log")
-            _plain_log(ax2.xaxis, "x")
-            ax2.axvline(1.0, color="#e15759", linewidth=1)
-            ax2.set_xlabel("marginal gain: geometric mean over the other flags (bars: min–max), log")
-            ax2.set_title("each flag's marginal gain")
+            _log_bars(axes[0][1], [label(m.flag) for m in abl.marginals], [m.geomean for m in abl.marginals],
+                      [m.min for m in abl.marginals], [m.max for m in abl.marginals], "#59a14f", 3,
+                      "marginal gain: geometric mean over the other flags (bars: min–max), log",
+                      "each flag's marginal gain")
         fig.tight_layout()
         return to_svg(fig, "c3")
 
