@@ -5,6 +5,7 @@ from rich.table import Table
 
 from .console import human_bytes
 from .stats import compare_samples
+from .targets import metric_value
 
 # (metric, higher is better, kind): "samples" metrics get a significance test.
 COMPARED = (
@@ -19,11 +20,6 @@ COMPARED = (
 )
 
 
-def _value(metrics: dict, name: str):
-    v = metrics.get(name)
-    return v.get("median") if isinstance(v, dict) else v
-
-
 def compare_records(a: dict, b: dict) -> list[dict]:
     rows = []
     b_results = {r["flags"]: r for r in b["results"]}
@@ -32,7 +28,7 @@ def compare_records(a: dict, b: dict) -> list[dict]:
         if rb is None:
             continue
         for name, higher_better, kind in COMPARED:
-            va, vb = _value(ra["metrics"], name), _value(rb["metrics"], name)
+            va, vb = metric_value(ra["metrics"], name), metric_value(rb["metrics"], name)
             row = {"flags": ra["flags"], "metric": name, "a": va, "b": vb,
                    "ratio": (vb / va) if va not in (None, 0) and vb is not None else None,
                    "higher_is_better": higher_better, "p_value": None, "significant": None}

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 
 from rich.console import Console
 from rich.table import Table
 
+from .report.data import stage_totals
 from .units import human_bytes
 
 # Tables are wide; a pipe or CI log gets 150 columns instead of rich's default 80.
@@ -18,22 +18,13 @@ def fmt(x: float | None, spec: str = ".1f", suffix: str = "") -> str:
     return "-" if x is None else f"{x:{spec}}{suffix}"
 
 
-def stages_by(rows: list[dict], key: str, phase: str = "decode") -> list[tuple[str, float]]:
-    """Stage totals over layers for one phase, largest first."""
-    totals: dict[str, float] = defaultdict(float)
-    for r in rows:
-        if r["phase"] == phase:
-            totals[r["stage"]] += r[key]
-    return sorted(totals.items(), key=lambda kv: -kv[1])
-
-
-def _top(rows: list[dict], key: str, n: int = 3) -> str:
-    ranked = stages_by(rows, key)
-    total = sum(v for _, v in ranked) or 1.0
+def _top(result: dict, key: str, n: int = 3) -> str:
+    """The n largest decode stages (summed over layers) by time share or allocated bytes."""
+    totals = stage_totals(result)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][key])[:n]
     if key == "alloc_bytes":
-        parts = [f"{s} {human_bytes(v)}" for s, v in ranked[:n] if v > 0]
-        return ", ".join(parts) or "nothing allocated"
-    return ", ".join(f"{s} {100 * v / total:.0f}%" for s, v in ranked[:n])
+        return ", ".join(f"{s} {human_bytes(a[key])}" for s, a in ranked if a[key] > 0) or "nothing allocated"
+    return ", ".join(f"{s} {100 * a['share']:.0f}%" for s, a in ranked)
 
 
 def run_table(record: dict) -> Table:
@@ -66,7 +57,7 @@ def stage_summary_table(record: dict) -> Table:
     table.add_column("by time (share of step)")
     table.add_column("by allocated bytes (per run)")
     for r in record["results"]:
-        table.add_row(r["flags"], _top(r["stages"], "total_ms"), _top(r["stages"], "alloc_bytes"))
+        table.add_row(r["flags"], _top(r, "total_ms"), _top(r, "alloc_bytes"))
     return table
 
 

@@ -5,10 +5,11 @@ from .workloads import Target
 
 
 def metric_value(metrics: dict, name: str) -> float | None:
+    """A metric as one number: summaries give their median; missing or non-numeric gives None."""
     value = metrics.get(name)
     if isinstance(value, dict):
         value = value.get("median")
-    return value if isinstance(value, (int, float)) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def evaluate_targets(record: dict) -> list[dict]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from engine.flags import FLAG_HELP, OptFlags
 
+from ..targets import metric_value as metric
 from ..workloads import Target
 
 MB = 1024 * 1024
@@ -31,13 +32,6 @@ KEY_METRICS = (  # (record metric, label, unit, scale to display unit, higher is
 
 
 # ---- small helpers ----------------------------------------------------------------
-def metric(metrics: dict, name: str):
-    v = metrics.get(name)
-    if isinstance(v, dict):
-        v = v.get("median")
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def canonical(flags: str) -> str:
     try:
         return str(OptFlags.parse(flags))
