@@ -19,7 +19,6 @@ roof did not apply (the table says so).
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from dataclasses import dataclass
@@ -32,8 +31,7 @@ from engine import fused, ops
 from engine.config import ModelConfig, preset
 from engine.workspace import Workspace
 
-from .machine import git_state, machine_facts
-from .record import SCHEMA, SCHEMA_VERSION, new_run_id
+from .record import make_record
 from .stats import summarize
 
 KIND = "kernels"
@@ -119,21 +117,24 @@ def cache_sizes() -> dict[str, int]:
     return out
 
 
+def _stream_copy_gb_s(n: int, repeats: int) -> list[float]:
+    """Copy bandwidth samples; the buffers are freed on return, before the sgemm runs."""
+    src, dst = np.ones(n, F32), np.zeros(n, F32)
+    return [2 * n * 4 / t / 1e9 for t in time_calls(lambda: np.copyto(dst, src), repeats, 0.0)]
+
+
+def _sgemm_gflops(m: int, repeats: int) -> list[float]:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, m), F32), rng.standard_normal((m, m), F32)
+    c = np.empty((m, m), F32)
+    return [2 * m ** 3 / t / 1e9 for t in time_calls(lambda: np.matmul(a, b, out=c), repeats, 0.0)]
+
+
 def measure_limits(sizes: Sizes) -> dict:
     load_start = os.getloadavg()[0]
-    n = sizes.stream
-    src = np.ones(n, F32)
-    dst = np.zeros(n, F32)
-    bw = time_calls(lambda: np.copyto(dst, src), max(3, sizes.repeats - 2), 0.0)
-    bw_gbs = [2 * n * 4 / t / 1e9 for t in bw]
-    del src, dst
-    m = sizes.sgemm
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, m), F32)
-    b = rng.standard_normal((m, m), F32)
-    c = np.empty((m, m), F32)
-    mm = time_calls(lambda: np.matmul(a, b, out=c), max(3, sizes.repeats - 2), 0.0)
-    gflops = [2 * m ** 3 / t / 1e9 for t in mm]
+    n, m = sizes.stream, sizes.sgemm
+    bw_gbs = _stream_copy_gb_s(n, max(3, sizes.repeats - 2))
+    gflops = _sgemm_gflops(m, max(3, sizes.repeats - 2))
     caches = cache_sizes()
     return {
         "bandwidth_gb_s": max(bw_gbs),
@@ -339,21 +340,13 @@ def make_kernels_record(rows: list[dict], limits: dict, cfg_name: str, cfg: Mode
                "metrics": {"kernels": sum(1 for r in rows if r["variant"] == v)},
                "kernels": [r for r in rows if r["variant"] == v]}
               for v in VARIANTS if any(r["variant"] == v for r in rows)]
-    return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kind": KIND,
-        "run_id": new_run_id(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "workload": {"name": "kernels" + ("-quick" if quick else ""),
-                     "description": f"op micro-benchmarks; model shapes of '{cfg_name}'",
-                     "model": cfg_name, "model_config": cfg.to_dict(), "quick": quick, "targets": []},
-        "prompt_ids": [], "flag_sets": [g["flags"] for g in groups],
-        "machine": machine_facts(), "git": git_state(),
-        "limits": limits,
-        "kernels": rows,
-        "timing_method": "median of repeats; each repeat loops the call for a minimum time",
-        "elapsed_s": elapsed_s,
-        "results": groups,
-    }
+    workload = {"name": "kernels" + ("-quick" if quick else ""),
+                "description": f"op micro-benchmarks; model shapes of '{cfg_name}'",
+                "model": cfg_name, "model_config": cfg.to_dict(), "quick": quick, "targets": []}
+    record = make_record(workload, [], [g["flags"] for g in groups], groups, elapsed_s, kind=KIND)
+    record.update({"limits": limits, "kernels": rows,
+                   "timing_method": "median of repeats; each repeat loops the call for a minimum time"})
+    return record
 
 
 def run_kernels(model: str = "seed", quick: bool = False, only: str | None = None,
