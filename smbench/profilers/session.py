@@ -28,7 +28,7 @@ def profile_workload(workload: Workload, flags: str, profilers: list[str], store
     for name in profilers:  # every missing profiler is reported before any work starts
         require(name)
     flags = str(OptFlags.parse(flags))
-    record = make_record(workload.to_dict(), [], [flags], [], 0.0, kind="profile")
+    record = make_record(workload.to_record(), [], [flags], [], 0.0, kind="profile")
     run_dir = store.run_dir(record["run_id"])
     t0, summaries, errors = time.perf_counter(), [], []
     for name in profilers:
